@@ -44,7 +44,8 @@
 # plain and EAGLE-3 drafting 2 and 4, all accepted, with --step-timeline: host phases and device gaps per step),
 # spec-host-profile (a V8 CPU profile of EAGLE-3 drafting 2 at batch 1, its top functions printed), profile-quest (a Quest
 # decode step at 128k context op by op, dense and at budget $QUEST_BUDGET, and its sparse kernels under Nsight Compute), profile-prefill
-# (both prefill attention kernels at 8k under Nsight Compute, full sections, or those in $PROFILE_PREFILL_KERNELS), sass (the machine code of cached
+# (both prefill attention kernels at 8k under Nsight Compute, full sections, or those in $PROFILE_PREFILL_KERNELS: the report,
+# stall reasons from its sampling counters, and its source page per machine instruction as gzipped CSV), sass (the machine code of cached
 # kernels named by $SASS_KERNELS, default the wgmma prefill kernel, and an opcode count), profile-mixed
 # (Qwen3-0.6B's offline decode and mixed steps op by op), profile-drafting (EAGLE-3's K = 4 steps kernel by kernel under
 # Nsight Compute, summarized by scripts/ncu-kernel-summary.ts),
@@ -247,10 +248,17 @@ for s in "$@"; do
       step profile-small-mixed 150 node scripts/profile-decode-step.ts --model bench/configs/qwen3-0.6b --batch 136 --context 600 --prefill-chunk 2048
       for p in decode mixed; do sed "s/^/[profile-small-$p] /" "$out/profile-small-$p.log"; done ;;
     profile-prefill) # Prefill attention at 8k tokens under Nsight Compute, both kernels (full sections): where the Hopper kernel's time goes (keel bench attention --only prefill launches each Llama shape 45 times, 512 / 2k / 8k in turn, so the 91st launch is the first at 8k).
+      # The report comes back (results/ncu-prefill-KERNEL.ncu-rep) with two readings of it: the sections,
+      # and where the warps stalled, by reason (raw sampling counters) and by machine instruction (source page, gzipped CSV).
       for k in ${PROFILE_PREFILL_KERNELS:-prefill_attention_kernel prefill_attention_wgmma_kernel}; do
-        step "profile-$k" 300 ncu --clock-control none --set full --kernel-name "$k" --launch-skip 90 --launch-count 1 \
-          node bin/keel bench attention --only prefill --output "$out/ncu-attention-$k.json"
-        grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Registers Per Thread|Achieved Occupancy|Stall" "$out/profile-$k.log" | head -30 | sed "s/^/[profile-$k] /"
+        rep="$out/results/ncu-prefill-$k"
+        step "profile-$k" 300 ncu --clock-control none --set full --import-source no --kernel-name "$k" --launch-skip 90 --launch-count 1 \
+          --export "$rep" --force-overwrite node bin/keel bench attention --only prefill --output "$out/ncu-attention-$k.json"
+        ncu --import "$rep.ncu-rep" --page details > "$out/profile-$k-details.log" 2>&1
+        grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Registers Per Thread|Achieved Occupancy" "$out/profile-$k-details.log" | head -20 | sed "s/^/[profile-$k] /"
+        ncu --import "$rep.ncu-rep" --page raw > "$out/profile-$k-raw.log" 2>&1
+        grep -E "smsp__pcsamp_warps_issue_stalled_[a-z_]+ " "$out/profile-$k-raw.log" | tr -d , | awk '{print $NF, $1}' | sort -g -r | head -14 | sed "s/^/[stalls $k] /"
+        ncu --import "$rep.ncu-rep" --page source --csv --print-source sass 2>&1 | gzip > "$rep-sass.csv.gz"
       done ;;
     sass) # The machine code of the kernels the earlier steps compiled whose file names match $SASS_KERNELS (default prefill-attention-wgmma), from the kernel cache: full listings into $OUT, an opcode count printed (HGMMA present? LDL/STL spills? barriers?).
       for cubin in "$KEEL_CACHE_DIR"/kernels/${SASS_KERNELS:-prefill-attention-wgmma}*.cubin; do
@@ -411,7 +419,7 @@ for s in "$@"; do
         --step-timeline "$out/results/timeline-qwen3-0.6b-nano-vllm-$kind.jsonl" --output "$out/results/throughput-qwen3-0.6b-nano-vllm-timeline-$kind.json"
       gzip -f "$out"/results/timeline-*.jsonl
       for log in timeline-llama-3.1-8b timeline-qwen3-0.6b; do grep -hE -A12 "^Throughput" "$out/$log.log" | sed "s/^/[$log] /"; done ;;
-    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, profile-head, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-timeline, spec-host-profile, profile-quest, profile-mixed, profile-drafting, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, fixtures, mla-prefill, variants, timeline)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, files, gemm-candidates, w8a8, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, profile-head, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-timeline, spec-host-profile, profile-quest, profile-mixed, profile-drafting, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, fixtures, mla-prefill, variants, timeline)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done
