@@ -52,6 +52,7 @@ export class CublasLt {
   private readonly workspaceBytes: number;
   /** One descriptor for every FP8 matmul: its scale pointers are set per call. */
   private fp8Desc: Handle | null = null;
+  private fp8Unsupported = false;
   private bf16Desc: Handle | null = null;
   /** Per data type and (m, n, k); null where the heuristic has no algorithm. */
   private readonly plans = new Map<string, Plan | null>();
@@ -97,13 +98,20 @@ export class CublasLt {
     this.call('cublasLtMatmulDescSetAttribute', desc, attr, value, value.byteLength);
   }
 
-  private fp8Descriptor(): Handle {
-    if (this.fp8Desc !== null) return this.fp8Desc;
+  /** The FP8 descriptor, or null where this cuBLASLt has no scale modes (before 12.8: it refuses the attribute). */
+  private fp8Descriptor(): Handle | null {
+    if (this.fp8Desc !== null || this.fp8Unsupported) return this.fp8Desc;
     const desc = this.create('cublasLtMatmulDescCreate', CUBLAS_COMPUTE_32F, CUDA_R_32F);
     this.setAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, new Int32Array([CUBLAS_OP_T]));
     this.setAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, new Int32Array([CUBLAS_OP_N]));
-    this.setAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, new Int32Array([CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F]));
-    this.setAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, new Int32Array([CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F]));
+    for (const attr of [CUBLASLT_MATMUL_DESC_A_SCALE_MODE, CUBLASLT_MATMUL_DESC_B_SCALE_MODE]) {
+      const mode = new Int32Array([CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F]);
+      if ((this.fns.cublasLtMatmulDescSetAttribute(desc, attr, mode, mode.byteLength) as number) !== 0) {
+        this.call('cublasLtMatmulDescDestroy', desc);
+        this.fp8Unsupported = true;
+        return null;
+      }
+    }
     return (this.fp8Desc = desc);
   }
 
@@ -126,6 +134,7 @@ export class CublasLt {
     const cached = this.plans.get(key);
     if (cached !== undefined) return cached;
     const desc = type === CUDA_R_8F_E4M3 ? this.fp8Descriptor() : this.bf16Descriptor();
+    if (desc === null) return null;
     // Column-major, as Cublas.linearBf16: w [n, k] row-major reads as wᵀ [k, n] (op T gives w back), x as xᵀ [k, m], and yᵀ [n, m] is y row-major.
     const a = this.create('cublasLtMatrixLayoutCreate', type, k, n, k);
     const b = this.create('cublasLtMatrixLayoutCreate', type, k, m, k);
@@ -139,6 +148,9 @@ export class CublasLt {
       // NOT_SUPPORTED (15): no algorithm for this combination on this GPU; anything else is an error.
       if (code !== 0 && code !== 15) throw cudaCallError('cublasLtMatmulAlgoGetHeuristic', code, (this.statusName(code) as string | null) ?? `cublasStatus ${code}`);
       if (code === 15) returned[0] = 0;
+    } catch (error) {
+      for (const layout of [a, b, d]) this.call('cublasLtMatrixLayoutDestroy', layout);
+      throw error;
     } finally {
       this.call('cublasLtMatmulPreferenceDestroy', pref);
     }
@@ -176,7 +188,7 @@ export class CublasLt {
   fp8RowScaled(y: DevicePtr, x: DevicePtr, xScales: DevicePtr, w: DevicePtr, wScales: DevicePtr, m: number, n: number, k: number): void {
     const plan = this.plan(CUDA_R_8F_E4M3, m, n, k);
     if (plan === null) throw new Error(`cuBLASLt has no e4m3 row-scaled GEMM for [${m}, ${k}] · [${n}, ${k}]ᵀ on this GPU`);
-    const desc = this.fp8Descriptor();
+    const desc = this.fp8Descriptor()!;
     this.setAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, new BigUint64Array([BigInt(wScales)]));
     this.setAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, new BigUint64Array([BigInt(xScales)]));
     this.call('cublasLtMatmul', this.handle, desc, this.one, w, plan.a, x, plan.b, this.zero, y, plan.d, y, plan.d, plan.algos[0], this.workspace, this.workspaceBytes, this.stream);
