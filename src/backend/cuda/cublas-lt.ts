@@ -98,7 +98,7 @@ export class CublasLt {
     this.call('cublasLtMatmulDescSetAttribute', desc, attr, value, value.byteLength);
   }
 
-  /** The FP8 descriptor, or null where this cuBLASLt has no scale modes (before 12.8: it refuses the attribute). */
+  /** The FP8 descriptor, or null where this cuBLASLt has no per-row scale mode (older releases refuse the attribute). */
   private fp8Descriptor(): Handle | null {
     if (this.fp8Desc !== null || this.fp8Unsupported) return this.fp8Desc;
     const desc = this.create('cublasLtMatmulDescCreate', CUBLAS_COMPUTE_32F, CUDA_R_32F);
