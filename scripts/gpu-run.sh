@@ -59,6 +59,7 @@
 # pdl-tests (the programmatic-dependent-launch GPU test), pdl (per config of $PDL_ARCHS, default Llama-3.1-8B at batch 1 and 64, Qwen3-30B-A3B and
 # DeepSeek-V2-Lite at batch 1: latency with KEEL_PDL=0, then KEEL_PDL=1 against it as the baseline;
 # $PDL_ROUNDS such pairs, default 1; 140 s a run: one config with two rounds per call stays under 10 minutes),
+# llm-int8-gemm (LLM.int8()'s GPU tests, keel bench linear on llm-int8 with its int8 sums by dp4a and on the tensor cores),
 # gemm-candidates (keel bench linear in bf16 at 16 to 256 rows: cuBLAS against each cuBLASLt heuristic candidate; then 8B latency
 # at batch 1, 16 and 64 with KEEL_BF16_GEMM=cublas and tuned), w8a8 (FP8 W8A8: its GPU test, keel bench linear on fp8 at 256 to 4,096 rows, 8B TTFT at 2,048 tokens in bf16, fp8 and fp8 W8A8),
 # fixtures (tools/oracle/make_fixtures.py --only $FIXTURES into test/fixtures, copied into the results to commit),
@@ -311,6 +312,13 @@ for s in "$@"; do
         step "latency-8b-gemm-$g" 170 env KEEL_BF16_GEMM=$g $(latency llama-3.1-8b 1,16,64 "gemm-$g")
         grep -h "^batch" "$out/latency-8b-gemm-$g.log" | sed "s/^/[gemm $g] /"
       done ;;
+    llm-int8-gemm) # LLM.int8()'s prefill sums on the tensor cores: its GPU tests, then keel bench linear on llm-int8 with KEEL_LLM_INT8_GEMM=dp4a and tensor-cores.
+      step llm-int8-tests 200 node --test test/backend/cuda/llm-int8.gpu.test.ts
+      grep -hE "^# (tests|pass|fail)|^ *not ok" "$out/llm-int8-tests.log" | head -12 | sed "s/^/[llm-int8-tests] /"
+      for g in dp4a tensor-cores; do
+        step "linear-llm-int8-$g" 200 env KEEL_LLM_INT8_GEMM=$g node bin/keel bench linear --format llm-int8 --rows 16,256,1024,4096 --output "$out/results/linear-llama-3.1-8b-llm-int8-$g-$kind.json"
+        grep -hE "llm-int8 " "$out/linear-llm-int8-$g.log" | sed "s/^/[$g] /"
+      done ;;
     w8a8) # FP8 W8A8 (cuBLASLt, per-token activation scales): its GPU test, keel bench linear on fp8 at prefill rows, then 8B TTFT at 2,048 tokens in bf16, fp8 weight-only and fp8 W8A8.
       step w8a8-tests 200 node --test test/backend/cuda/w8a8-linear.gpu.test.ts
       grep -hE "^# (tests|pass|fail)|^ *not ok" "$out/w8a8-tests.log" | head -12 | sed "s/^/[w8a8-tests] /"
@@ -419,7 +427,7 @@ for s in "$@"; do
         --step-timeline "$out/results/timeline-qwen3-0.6b-nano-vllm-$kind.jsonl" --output "$out/results/throughput-qwen3-0.6b-nano-vllm-timeline-$kind.json"
       gzip -f "$out"/results/timeline-*.jsonl
       for log in timeline-llama-3.1-8b timeline-qwen3-0.6b; do grep -hE -A12 "^Throughput" "$out/$log.log" | sed "s/^/[$log] /"; done ;;
-    *) echo "unknown step $s (tests, checks, files, gemm-candidates, w8a8, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, profile-head, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-timeline, spec-host-profile, profile-quest, profile-mixed, profile-drafting, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, fixtures, mla-prefill, variants, timeline)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, files, gemm-candidates, w8a8, llm-int8-gemm, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, profile-head, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-timeline, spec-host-profile, profile-quest, profile-mixed, profile-drafting, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, fixtures, mla-prefill, variants, timeline)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done

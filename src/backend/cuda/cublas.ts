@@ -7,7 +7,10 @@ const CUBLAS_OP_N = 0;
 const CUBLAS_OP_T = 1;
 const CUDA_R_16BF = 14;
 const CUDA_R_32F = 0;
+const CUDA_R_8I = 3;
+const CUDA_R_32I = 10;
 const CUBLAS_COMPUTE_32F = 68;
+const CUBLAS_COMPUTE_32I = 72;
 const CUBLAS_GEMM_DEFAULT = -1;
 const CUBLAS_SIDE_LEFT = 0;
 const CUBLAS_SIDE_RIGHT = 1;
@@ -25,6 +28,8 @@ export class Cublas {
   private readonly one = new Float32Array([1]);
   private readonly zero = new Float32Array([0]);
   private readonly minusOne = new Float32Array([-1]);
+  private readonly oneInt = new Int32Array([1]);
+  private readonly zeroInt = new Int32Array([0]);
 
   constructor(lib: LibraryHandle, stream: Handle, workspace: DevicePtr, workspaceBytes: number) {
     this.statusName = lib.func('const char *cublasGetStatusName(int status)');
@@ -127,6 +132,15 @@ export class Cublas {
       CUBLAS_COMPUTE_32F,
       CUBLAS_GEMM_DEFAULT,
     );
+  }
+
+  /**
+   * Row-major y [m, n] (int32) = x [m, k] · wᵀ with x and w [n, k] signed int8, summed exactly in
+   * int32 on the tensor cores (the layout as linearBf16; int8 GEMMs take A transposed and B not,
+   * leading dimensions multiples of 4: k and n).
+   */
+  linearInt8(y: DevicePtr, x: DevicePtr, w: DevicePtr, m: number, n: number, k: number): void {
+    this.call('cublasGemmEx', this.handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, this.oneInt, w, CUDA_R_8I, k, x, CUDA_R_8I, k, this.zeroInt, y, CUDA_R_32I, n, CUBLAS_COMPUTE_32I, CUBLAS_GEMM_DEFAULT);
   }
 
   /** Row-major y [m, n] = x [m, k] · wᵀ with w [n, k], all f32 (full fp32 products: no TF32); as linearBf16. */

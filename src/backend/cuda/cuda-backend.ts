@@ -39,7 +39,7 @@ import { checkQuantizedExperts, checkQuantizedTable, describeQuantized, numGroup
 import { expandSparse24, type Sparse24Weight } from '../../tensor/sparse24.ts';
 import { SPARSE_ROWS_MULTIPLE, SPARSE_SHAPE_MULTIPLE } from './cusparselt.ts';
 import { AQLM_GEMV_MAX_ROWS, AQLM_MAX_PARTS, aqlmGemvFits, launchAqlmDequantize, launchAqlmGemv } from './kernels/aqlm-linear.ts';
-import { launchLlmInt8Linear, llmInt8ScratchBytes } from './kernels/llm-int8.ts';
+import { LLM_INT8_GEMMS, launchLlmInt8Linear, llmInt8ScratchBytes, type LlmInt8Gemm } from './kernels/llm-int8.ts';
 import { launchIndexerKeyWrite, launchIndexerTopK } from './kernels/lightning-indexer.ts';
 import { launchSparseMla, SPARSE_MLA_MAX_LATENT, SPARSE_MLA_MAX_ROPE } from './kernels/sparse-mla.ts';
 import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
@@ -178,6 +178,12 @@ export interface CudaBackendOptions {
    * shape, gemm-tuner.ts). Default: $KEEL_BF16_GEMM, else cublas.
    */
   bf16Gemm?: Bf16Gemm;
+  /**
+   * How LLM.int8() sums its int8 products past decode rows (kernels/llm-int8.ts): `dp4a` (a tiled
+   * CUDA-core GEMM) or `tensor-cores` (cuBLAS's int8 GEMM, then the epilogue); exact either way.
+   * Default: $KEEL_LLM_INT8_GEMM, else dp4a.
+   */
+  llmInt8Gemm?: LlmInt8Gemm;
   /**
    * Programmatic dependent launch (docs/cuda-backend.md, "Programmatic dependent launch"): on
    * compute capability 9.0 and later each kernel may be launched while the one before it finishes,
@@ -327,6 +333,8 @@ export class CudaBackend implements Backend {
   readonly quantizedGemv: QuantizedGemvKernel;
   /** How fp8 weights multiply prefill-sized batches (CudaBackendOptions.fp8Gemm). */
   readonly fp8Gemm: Fp8Gemm;
+  /** How LLM.int8() sums its int8 products past decode rows (CudaBackendOptions.llmInt8Gemm). */
+  readonly llmInt8Gemm: LlmInt8Gemm;
   /** Chooses decode-sized bf16 GEMMs by timing (CudaBackendOptions.bf16Gemm `tuned`); null: cuBLAS's pick. */
   private readonly gemmTuner: GemmTuner | null;
   /** NCCL communicators of a parallel run; null on one device. */
@@ -346,6 +354,7 @@ export class CudaBackend implements Backend {
     this.marlin = options.marlin ?? marlinFromEnv();
     this.quantizedGemv = options.quantizedGemv ?? choiceFromEnv('KEEL_QUANTIZED_GEMV', QUANTIZED_GEMV_KERNELS, 'auto');
     this.fp8Gemm = options.fp8Gemm ?? choiceFromEnv('KEEL_FP8_GEMM', FP8_GEMMS, 'w8a16');
+    this.llmInt8Gemm = options.llmInt8Gemm ?? choiceFromEnv('KEEL_LLM_INT8_GEMM', LLM_INT8_GEMMS, 'dp4a');
     this.gemmTuner = (options.bf16Gemm ?? choiceFromEnv('KEEL_BF16_GEMM', BF16_GEMMS, 'cublas')) === 'tuned' ? new GemmTuner(this.device) : null;
     if (options.parallel !== undefined) {
       const scratch = this.ownedAlloc(4);
@@ -1070,15 +1079,16 @@ export class CudaBackend implements Backend {
   private llmInt8Linear(input: CudaTensor, w: CudaQuantizedTensor, bias: CudaTensor | null): Tensor {
     const out = this.stepTensor([input.rows, w.rows]);
     if (input.rows === 0) return out;
-    const bytes = llmInt8ScratchBytes(input.rows, w.cols);
+    const bytes = llmInt8ScratchBytes(input.rows, w.cols, w.rows, this.llmInt8Gemm);
     const scratch = {
       absmax: this.arena.alloc(bytes.absmax),
       outlier: this.arena.alloc(bytes.outlier),
       list: this.arena.alloc(bytes.list),
       count: this.arena.alloc(bytes.count),
       xq: this.arena.alloc(bytes.xq),
+      sums: bytes.sums > 0 ? this.arena.alloc(bytes.sums) : 0,
     };
-    launchLlmInt8Linear(this.device, out.ptr, input.ptr, w, bias?.ptr ?? 0, input.rows, scratch);
+    launchLlmInt8Linear(this.device, out.ptr, input.ptr, w, bias?.ptr ?? 0, input.rows, scratch, this.llmInt8Gemm);
     return out;
   }
 

@@ -47,6 +47,31 @@ test('LLM.int8() prefill rows (the tiled int8 GEMM) match the CPU twin, ragged t
   }
 });
 
+test('LLM.int8() prefill rows summed on the tensor cores (cuBLAS int8, then the epilogue) give the outputs of the dp4a GEMM', () => {
+  const tensorCores = new CudaBackend({ arenaBytes: 64 * 1024 * 1024, llmInt8Gemm: 'tensor-cores' });
+  try {
+    for (let trial = 0; trial < 9; trial++) {
+      // The last: 80 MB of int32 sums, taken in two slices of rows.
+      const rows = trial === 8 ? 1000 : pick(rng, [LLM_INT8_GEMV_MAX_ROWS + 1, 64, 200, 700]);
+      const cols = trial === 8 ? 32 : 16 * randInt(rng, 1, 200);
+      const outRows = trial === 8 ? 20000 : 4 * randInt(rng, 1, 300);
+      const w = quantizeRoundToNearest(randomBf16Values(rng, outRows * cols, 0.05), outRows, cols, 'llm-int8');
+      w.mixedInt8 = { threshold: pick(rng, [0, 6, 1.5]) };
+      const values = randomBf16Values(rng, rows * cols, 2);
+      for (let i = 0; i < randInt(rng, 0, 5); i++) values[randInt(rng, 0, rows - 1) * cols + randInt(rng, 0, cols - 1)] = pick(rng, [-20, 9, 64]);
+      const x = bf16Tensor([rows, cols], values);
+      const bias = rng() < 0.3 ? bf16Tensor([outRows], randomBf16Values(rng, outRows, 1)) : null;
+      const got = tensorCores.toHost(tensorCores.linear(tensorCores.loadWeight(x), tensorCores.loadQuantizedWeight(w), bias && tensorCores.loadWeight(bias)));
+      const dp4a = gpu.toHost(gpu.linear(gpu.loadWeight(x), gpu.loadQuantizedWeight(w), bias && gpu.loadWeight(bias)));
+      // The same exact int32 sums and the same float epilogue: equal but for the compiler's contractions.
+      const err = relativeError(got, dp4a);
+      assert.ok(err < 1e-3, `[${rows}, ${cols}] x [${outRows}, ${cols}]ᵀ: relative difference ${err} from the dp4a GEMM`);
+    }
+  } finally {
+    tensorCores.dispose();
+  }
+});
+
 test('gatedLinear with an LLM.int8() gate/up weight matches the CPU twin', () => {
   for (const rows of [1, 5, 40]) {
     const n = 8 * randInt(rng, 1, 40);

@@ -10,7 +10,9 @@
 // 4. llm_int8_gemv_kernel (up to 8 rows: a warp per output row streams 16 codes at a time
 //    through __dp4a) or llm_int8_gemm_kernel (64 × 64 output tiles, int8 tiles in shared memory,
 //    __dp4a), each with the same epilogue: int32 sum × row scale × weight scale, plus the outlier
-//    columns' activations (bf16) times the dequantized weight columns, plus the bias.
+//    columns' activations (bf16) times the dequantized weight columns, plus the bias. With
+//    tensor-core sums (llm-int8.ts), cuBLAS's int8 GEMM writes the same exact int32 sums and
+//    llm_int8_epilogue_kernel applies the same float epilogue to them.
 #include "common.cuh"
 
 // nvcc-check: -DROWS=1
@@ -202,5 +204,25 @@ extern "C" __global__ void __launch_bounds__(256) llm_int8_gemm_kernel(bf16* __r
       if (bias != nullptr) v += bf16_to_f32(bias[o]);
       out[(long long)r * n + o] = f32_to_bf16(v);
     }
+  }
+}
+
+// The epilogue alone, over int32 sums acc [rows, n] that cuBLAS's int8 GEMM wrote: out [rows, n]
+// as llm_int8_gemm_kernel computes it from its own (identical) sums. Grid-stride, one output a
+// thread; x, absmax and out start at the slice's first row.
+extern "C" __global__ void llm_int8_epilogue_kernel(bf16* __restrict__ out, const int* __restrict__ acc, const bf16* __restrict__ x,
+                                                     const float* __restrict__ absmax, const int* __restrict__ list, const int* __restrict__ count,
+                                                     const signed char* __restrict__ codes, const float* __restrict__ scales,
+                                                     const bf16* __restrict__ bias, int rows, int n, int k) {
+  PDL_PROLOGUE();
+  const int outliers = count[0];
+  const long long total = (long long)rows * n;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+    const int r = (int)(i / n), o = (int)(i - (long long)r * n);
+    const float scale = scales[o];
+    float v = (float)acc[i] * (absmax[r] / 127.f) * scale;
+    v += outlier_sum(x + (long long)r * k, codes + (long long)o * k, list, 0, outliers, 1, scale);
+    if (bias != nullptr) v += bf16_to_f32(bias[o]);
+    out[i] = f32_to_bf16(v);
   }
 }
