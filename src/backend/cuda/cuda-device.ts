@@ -1,3 +1,4 @@
+import type { LibraryHandle } from 'koffi';
 import { readdirSync, readFileSync } from 'node:fs';
 import { KeelError } from '../../errors.ts';
 import { Cublas } from './cublas.ts';
@@ -66,8 +67,6 @@ export class CudaDevice {
   readonly driver: CudaDriver;
   readonly nvrtc: Nvrtc;
   readonly cublas: Cublas;
-  /** cuBLASLt, for FP8 GEMMs with per-row scales (W8A8), sharing cuBLAS's workspace. */
-  readonly cublasLt: CublasLt;
   readonly info: CudaDeviceInfo;
   readonly stream: Handle;
   /** CudaDeviceOptions.programmaticLaunch, where the GPU has it. */
@@ -86,6 +85,9 @@ export class CudaDevice {
   private readonly arrival: DevicePtr;
   /** Bound on first use: only 2:4 sparse weights need cuSPARSELt (cusparselt.ts). */
   private sparse: CusparseLt | null = null;
+  /** Bound on first use: only W8A8, tuned GEMMs and the linear bench call cuBLASLt themselves (cublas-lt.ts). */
+  private lt: CublasLt | null = null;
+  private readonly cublasLtLibrary: LibraryHandle;
   private readonly timerStart: Handle;
   private readonly timerEnd: Handle;
 
@@ -119,9 +121,14 @@ export class CudaDevice {
     this.arrival = this.driver.alloc(ARRIVAL_COUNTERS * 4);
     this.driver.memsetD8Async(this.arrival, 0, ARRIVAL_COUNTERS * 4, this.stream);
     this.cublas = new Cublas(libs.cublas.handle, this.stream, this.cublasWorkspace, CUBLAS_WORKSPACE_BYTES);
-    this.cublasLt = new CublasLt(libs.cublasLt.handle, this.stream, this.cublasWorkspace, CUBLAS_WORKSPACE_BYTES);
+    this.cublasLtLibrary = libs.cublasLt.handle;
     this.timerStart = this.driver.createEvent();
     this.timerEnd = this.driver.createEvent();
+  }
+
+  /** cuBLASLt on the device's stream, sharing cuBLAS's workspace (both run in stream order), made on first use. */
+  get cublasLt(): CublasLt {
+    return (this.lt ??= new CublasLt(this.cublasLtLibrary, this.stream, this.cublasWorkspace, CUBLAS_WORKSPACE_BYTES));
   }
 
   /** cuSPARSELt on the device's stream, loaded with the first 2:4 sparse weight. */
@@ -286,7 +293,7 @@ export class CudaDevice {
   dispose(): void {
     this.driver.synchronizeStream(this.stream);
     this.cublas.dispose();
-    this.cublasLt.dispose();
+    this.lt?.dispose();
     this.sparse?.dispose();
     this.staging.dispose();
     this.params.dispose();
