@@ -325,6 +325,8 @@ export class CudaBackend implements Backend {
   private mlaScratch: { ptr: DevicePtr; bytes: number } | null = null;
   /** While a graph records, when memory must not be reallocated (that synchronizes). */
   private recording = false;
+  /** The key of the step graph replayForward is recording ('' otherwise): what the GEMM tuner notes untimed shapes under. */
+  private recordingKey = '';
   /** Set between steps to switch decode attention kernels (the attention bench times both); a recorded graph keeps its own. */
   decodeAttention: DecodeAttentionKernel;
   /** Whether quantized weights that fit load in the fragment layout (CudaBackendOptions.marlin). */
@@ -969,7 +971,7 @@ export class CudaBackend implements Backend {
       return out;
     }
     if (this.gemmTuner !== null && !float32 && input.rows <= TUNED_GEMM_MAX_ROWS) {
-      const choice = this.gemmTuner.choice(input.rows, outDim, inDim, w.ptr, this.recording);
+      const choice = this.gemmTuner.choice(input.rows, outDim, inDim, w.ptr, this.recording ? this.recordingKey : null);
       this.gemmTuner.run(choice, out.ptr, input.ptr, w.ptr, input.rows, outDim, inDim);
     } else {
       this.device.cublas.linearBf16(out.ptr, input.ptr, w.ptr, input.rows, outDim, inDim, out.dtype);
@@ -2110,8 +2112,10 @@ export class CudaBackend implements Backend {
     const s = asCudaStep(step);
     checkReplayedStep(s.batch, this.limits);
     assertTokenSources(s.batch, this.sampled.rows);
-    // Shapes first met while recording are timed now; graphs recorded with cuBLAS's pick for them record again.
-    if (this.arena.generation !== this.graphsGeneration || this.gemmTuner?.tunePending()) this.disposeGraphs();
+    if (this.arena.generation !== this.graphsGeneration) this.disposeGraphs();
+    // Shapes first met while recording are timed now; the graphs that recorded cuBLAS's pick for one that now runs another record again.
+    const stale = this.gemmTuner?.tunePending() ?? new Set<string>();
+    if (stale.size > 0) this.disposeGraphs(stale);
     const b = s.batch;
     let ownerId = this.graphOwners.get(owner);
     if (ownerId === undefined) this.graphOwners.set(owner, (ownerId = this.graphOwners.size));
@@ -2127,9 +2131,11 @@ export class CudaBackend implements Backend {
       return recorded.out as T;
     }
     let out: { value: T } | null = null;
+    this.recordingKey = key;
     const graph = this.captureGraph(() => {
       out = { value: forward() };
     });
+    this.recordingKey = '';
     graph.replay();
     // A step that outgrew the arena used chunks the next reset frees: run it once, keep nothing.
     if (this.arena.overflowed) {
@@ -2177,11 +2183,15 @@ export class CudaBackend implements Backend {
     this.device.dispose();
   }
 
-  private disposeGraphs(): void {
+  /** Drops the recorded graphs, or only those named in `keys` (the arena's generation stays then). */
+  private disposeGraphs(keys?: Set<string>): void {
     this.device.synchronize();
-    for (const { graph } of this.graphs.values()) graph.dispose();
-    this.graphs.clear();
-    this.graphsGeneration = this.arena.generation;
+    for (const [key, { graph }] of this.graphs) {
+      if (keys !== undefined && !keys.has(key)) continue;
+      graph.dispose();
+      this.graphs.delete(key);
+    }
+    if (keys === undefined) this.graphsGeneration = this.arena.generation;
   }
 
   private gather(src: CudaTensor, indices: DevicePtr, rows: number): CudaTensor {

@@ -27,24 +27,26 @@ function fakeDevice(msOf: (choice: GemmChoice) => number, candidates = 3) {
 test('a candidate replaces cuBLAS only when more than 3 % faster, and each shape is timed once', () => {
   const { device, log } = fakeDevice((c) => (c === 'cublas' ? 10 : c === 1 ? 9 : 9.8));
   const tuner = new GemmTuner(device);
-  assert.equal(tuner.choice(64, 4096, 4096, 1, false), 1);
+  assert.equal(tuner.choice(64, 4096, 4096, 1, null), 1);
   assert.deepEqual(log.timed, ['cublas', 0, 1, 2]);
-  assert.equal(tuner.choice(64, 4096, 4096, 1, false), 1, 'remembered');
+  assert.equal(tuner.choice(64, 4096, 4096, 1, null), 1, 'remembered');
   assert.equal(log.timed.length, 4, 'not timed again');
   assert.equal(log.freed, log.allocated, 'scratch freed');
   const close = fakeDevice((c) => (c === 'cublas' ? 10 : 9.8)).device;
-  assert.equal(new GemmTuner(close).choice(64, 4096, 4096, 1, false), 'cublas', '2 % is within noise');
+  assert.equal(new GemmTuner(close).choice(64, 4096, 4096, 1, null), 'cublas', '2 % is within noise');
 });
 
-test('a shape met while recording runs cuBLAS untimed and is timed between steps', () => {
+test('a shape met while recording runs cuBLAS untimed and is timed between steps, naming the graphs to record again', () => {
   const { device, log } = fakeDevice((c) => (c === 'cublas' ? 10 : 5));
   const tuner = new GemmTuner(device);
-  assert.equal(tuner.choice(16, 6144, 4096, 1, true), 'cublas');
+  assert.equal(tuner.choice(16, 6144, 4096, 1, 'graph 16'), 'cublas');
+  assert.equal(tuner.choice(16, 6144, 4096, 1, 'graph 16 lora'), 'cublas');
+  tuner.choice(16, 4096, 4096, 2, 'graph 16');
   assert.equal(log.timed.length, 0, 'nothing timed while recording');
-  assert.equal(tuner.tunePending(), true, 'the graphs must record again');
-  assert.equal(tuner.choice(16, 6144, 4096, 1, true), 0, 'the recording now takes the tuned choice');
-  assert.equal(tuner.tunePending(), false, 'nothing left');
+  assert.deepEqual([...tuner.tunePending()].sort(), ['graph 16', 'graph 16 lora']);
+  assert.equal(tuner.choice(16, 6144, 4096, 1, 'graph 16'), 0, 'the recording now takes the tuned choice');
+  assert.equal(tuner.tunePending().size, 0, 'nothing left');
   const slow = new GemmTuner(fakeDevice((c) => (c === 'cublas' ? 5 : 10)).device);
-  slow.choice(16, 6144, 4096, 1, true);
-  assert.equal(slow.tunePending(), false, 'cuBLAS kept: recorded graphs stay');
+  slow.choice(16, 6144, 4096, 1, 'graph 16');
+  assert.equal(slow.tunePending().size, 0, 'cuBLAS kept: the recorded graphs stay');
 });

@@ -23,36 +23,43 @@ export type GemmChoice = 'cublas' | number;
  * bandwidth behind (a split of k the heuristic does not rank first, say).
  *
  * Timing needs a synchronizing stream, which a CUDA graph's recording forbids: a shape first met
- * while recording runs cuBLAS's pick and waits in `pending` until `tunePending`, called between
- * steps, times it; the caller then drops its graphs so they record the choice.
+ * while recording runs cuBLAS's pick and waits in `pending`, with the graphs that recorded it,
+ * until `tunePending`, called between steps, times it and names the graphs to record again.
  */
 export class GemmTuner {
   private readonly device: CudaDevice;
   private readonly choices = new Map<string, GemmChoice>();
-  private readonly pending = new Map<string, { rows: number; n: number; k: number; w: DevicePtr }>();
+  private readonly pending = new Map<string, { rows: number; n: number; k: number; w: DevicePtr; graphs: Set<string> }>();
 
   constructor(device: CudaDevice) {
     this.device = device;
   }
 
-  /** The GEMM for y [rows, n] = x [rows, k] · wᵀ: timed now unless `recording`, when an untimed shape takes cuBLAS and is noted. */
-  choice(rows: number, n: number, k: number, w: DevicePtr, recording: boolean): GemmChoice {
+  /**
+   * The GEMM for y [rows, n] = x [rows, k] · wᵀ: timed now, unless the graph `recording` is being
+   * recorded (null: none), when an untimed shape takes cuBLAS and is noted with that graph.
+   */
+  choice(rows: number, n: number, k: number, w: DevicePtr, recording: string | null): GemmChoice {
     const key = `${rows},${n},${k}`;
     const known = this.choices.get(key);
     if (known !== undefined) return known;
-    if (recording) {
-      this.pending.set(key, { rows, n, k, w });
+    if (recording !== null) {
+      const entry = this.pending.get(key) ?? { rows, n, k, w, graphs: new Set<string>() };
+      entry.graphs.add(recording);
+      this.pending.set(key, entry);
       return 'cublas';
     }
     return this.tune(key, rows, n, k, w);
   }
 
-  /** Times the shapes met while recording; true when any of them now runs other than cuBLAS's pick. */
-  tunePending(): boolean {
-    let changed = false;
-    for (const [key, { rows, n, k, w }] of this.pending) changed = this.tune(key, rows, n, k, w) !== 'cublas' || changed;
+  /** Times the shapes met while recording; returns the graphs that recorded a shape which now runs other than cuBLAS's pick. */
+  tunePending(): Set<string> {
+    const stale = new Set<string>();
+    for (const [key, { rows, n, k, w, graphs }] of this.pending) {
+      if (this.tune(key, rows, n, k, w) !== 'cublas') for (const graph of graphs) stale.add(graph);
+    }
     this.pending.clear();
-    return changed;
+    return stale;
   }
 
   /** Runs the chosen GEMM. */
