@@ -85,7 +85,11 @@ export class CublasLt {
 
   private call(name: string, ...args: unknown[]): void {
     const code = this.fns[name](...args) as number;
-    if (code !== 0) throw cudaCallError(name, code, (this.statusName(code) as string | null) ?? `cublasStatus ${code}`);
+    if (code !== 0) throw this.failure(name, code);
+  }
+
+  private failure(name: string, code: number): Error {
+    return cudaCallError(name, code, (this.statusName(code) as string | null) ?? `cublasStatus ${code}`);
   }
 
   private create(name: string, ...args: unknown[]): Handle {
@@ -98,12 +102,18 @@ export class CublasLt {
     this.call('cublasLtMatmulDescSetAttribute', desc, attr, value, value.byteLength);
   }
 
-  /** The FP8 descriptor, or null where this cuBLASLt has no per-row scale mode (older releases refuse the attribute). */
-  private fp8Descriptor(): Handle | null {
-    if (this.fp8Desc !== null || this.fp8Unsupported) return this.fp8Desc;
+  /** A descriptor of y = x · wᵀ as Cublas.linearBf16 lays it out (A = w, op T; B = x, op N), fp32 accumulation and scale. */
+  private transposedWeightDescriptor(): Handle {
     const desc = this.create('cublasLtMatmulDescCreate', CUBLAS_COMPUTE_32F, CUDA_R_32F);
     this.setAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, new Int32Array([CUBLAS_OP_T]));
     this.setAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, new Int32Array([CUBLAS_OP_N]));
+    return desc;
+  }
+
+  /** The FP8 descriptor, or null where this cuBLASLt has no per-row scale mode (older releases refuse the attribute). */
+  private fp8Descriptor(): Handle | null {
+    if (this.fp8Desc !== null || this.fp8Unsupported) return this.fp8Desc;
+    const desc = this.transposedWeightDescriptor();
     for (const attr of [CUBLASLT_MATMUL_DESC_A_SCALE_MODE, CUBLASLT_MATMUL_DESC_B_SCALE_MODE]) {
       const mode = new Int32Array([CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F]);
       if ((this.fns.cublasLtMatmulDescSetAttribute(desc, attr, mode, mode.byteLength) as number) !== 0) {
@@ -116,11 +126,7 @@ export class CublasLt {
   }
 
   private bf16Descriptor(): Handle {
-    if (this.bf16Desc !== null) return this.bf16Desc;
-    const desc = this.create('cublasLtMatmulDescCreate', CUBLAS_COMPUTE_32F, CUDA_R_32F);
-    this.setAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, new Int32Array([CUBLAS_OP_T]));
-    this.setAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, new Int32Array([CUBLAS_OP_N]));
-    return (this.bf16Desc = desc);
+    return (this.bf16Desc ??= this.transposedWeightDescriptor());
   }
 
   /**
@@ -146,10 +152,10 @@ export class CublasLt {
       this.call('cublasLtMatmulPreferenceSetAttribute', pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, new BigUint64Array([BigInt(this.workspaceBytes)]), 8);
       const code = this.fns.cublasLtMatmulAlgoGetHeuristic(this.handle, desc, a, b, d, d, pref, HEURISTIC_CANDIDATES, results, returned) as number;
       // NOT_SUPPORTED (15): no algorithm for this combination on this GPU; anything else is an error.
-      if (code !== 0 && code !== 15) throw cudaCallError('cublasLtMatmulAlgoGetHeuristic', code, (this.statusName(code) as string | null) ?? `cublasStatus ${code}`);
+      if (code !== 0 && code !== 15) throw this.failure('cublasLtMatmulAlgoGetHeuristic', code);
       if (code === 15) returned[0] = 0;
     } catch (error) {
-      for (const layout of [a, b, d]) this.call('cublasLtMatrixLayoutDestroy', layout);
+      this.destroyLayouts({ a, b, d });
       throw error;
     } finally {
       this.call('cublasLtMatmulPreferenceDestroy', pref);
@@ -162,7 +168,7 @@ export class CublasLt {
       if (view.getInt32(at + STATE_OFFSET, true) === 0 && fits) algos.push(results.slice(at, at + ALGO_BYTES));
     }
     let plan: Plan | null = null;
-    if (algos.length === 0) for (const layout of [a, b, d]) this.call('cublasLtMatrixLayoutDestroy', layout);
+    if (algos.length === 0) this.destroyLayouts({ a, b, d });
     else plan = { a, b, d, algos };
     if (this.plans.size >= MAX_PLANS) this.forget(this.plans.keys().next().value!);
     this.plans.set(key, plan);
@@ -171,8 +177,12 @@ export class CublasLt {
 
   private forget(key: string): void {
     const plan = this.plans.get(key);
-    if (plan) for (const layout of [plan.a, plan.b, plan.d]) this.call('cublasLtMatrixLayoutDestroy', layout);
+    if (plan) this.destroyLayouts(plan);
     this.plans.delete(key);
+  }
+
+  private destroyLayouts(layouts: Pick<Plan, 'a' | 'b' | 'd'>): void {
+    for (const layout of [layouts.a, layouts.b, layouts.d]) this.call('cublasLtMatrixLayoutDestroy', layout);
   }
 
   /** Whether cuBLASLt multiplies e4m3 operands with per-row scales at this shape on this GPU. */
