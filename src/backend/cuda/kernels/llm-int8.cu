@@ -109,6 +109,16 @@ __device__ __forceinline__ float outlier_sum(const bf16* __restrict__ x_row, con
   return s;
 }
 
+// Output (r, o) of the tiled GEMM and of the tensor-core sums alike: the exact int32 sum scaled, the
+// outlier columns in full precision, the bias; one expression, so both round the same.
+__device__ __forceinline__ bf16 llm_int8_output(int sum, float row_scale, const bf16* __restrict__ x_row, const signed char* __restrict__ w_row,
+                                                const int* __restrict__ list, int outliers, float scale, const bf16* __restrict__ bias, int o) {
+  float v = (float)sum * row_scale * scale;
+  v += outlier_sum(x_row, w_row, list, 0, outliers, 1, scale);
+  if (bias != nullptr) v += bf16_to_f32(bias[o]);
+  return f32_to_bf16(v);
+}
+
 // grid ceil(n / warps per block), block 128; out [ROWS, n]; k a multiple of 16.
 extern "C" __global__ void __launch_bounds__(128) llm_int8_gemv_kernel(bf16* __restrict__ out, const signed char* __restrict__ xq, const bf16* __restrict__ x,
                                                                      const float* __restrict__ absmax, const int* __restrict__ list,
@@ -198,17 +208,13 @@ extern "C" __global__ void __launch_bounds__(256) llm_int8_gemm_kernel(bf16* __r
     for (int j = 0; j < 4; j++) {
       const int o = col0 + tx * 4 + j;
       if (o >= n) continue;
-      const float scale = scales[o];
-      float v = (float)acc[i][j] * row_scale * scale;
-      v += outlier_sum(x + (long long)r * k, codes + (long long)o * k, list, 0, outliers, 1, scale);
-      if (bias != nullptr) v += bf16_to_f32(bias[o]);
-      out[(long long)r * n + o] = f32_to_bf16(v);
+      out[(long long)r * n + o] = llm_int8_output(acc[i][j], row_scale, x + (long long)r * k, codes + (long long)o * k, list, outliers, scales[o], bias, o);
     }
   }
 }
 
-// The epilogue alone, over int32 sums acc [rows, n] that cuBLAS's int8 GEMM wrote: out [rows, n]
-// as llm_int8_gemm_kernel computes it from its own (identical) sums. Grid-stride, one output a
+// The epilogue alone (llm_int8_output), over int32 sums acc [rows, n] that cuBLAS's int8 GEMM wrote:
+// out [rows, n] as llm_int8_gemm_kernel computes it from its own (identical) sums. Grid-stride, one output a
 // thread; x, absmax and out start at the slice's first row.
 extern "C" __global__ void llm_int8_epilogue_kernel(bf16* __restrict__ out, const int* __restrict__ acc, const bf16* __restrict__ x,
                                                      const float* __restrict__ absmax, const int* __restrict__ list, const int* __restrict__ count,
@@ -219,10 +225,6 @@ extern "C" __global__ void llm_int8_epilogue_kernel(bf16* __restrict__ out, cons
   const long long total = (long long)rows * n;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
     const int r = (int)(i / n), o = (int)(i - (long long)r * n);
-    const float scale = scales[o];
-    float v = (float)acc[i] * (absmax[r] / 127.f) * scale;
-    v += outlier_sum(x + (long long)r * k, codes + (long long)o * k, list, 0, outliers, 1, scale);
-    if (bias != nullptr) v += bf16_to_f32(bias[o]);
-    out[i] = f32_to_bf16(v);
+    out[i] = llm_int8_output(acc[i], absmax[r] / 127.f, x + (long long)r * k, codes + (long long)o * k, list, outliers, scales[o], bias, o);
   }
 }
