@@ -324,9 +324,10 @@ for s in "$@"; do
       grep -hE "^# (tests|pass|fail)|^ *not ok" "$out/w8a8-tests.log" | head -12 | sed "s/^/[w8a8-tests] /"
       step linear-w8a8 200 node bin/keel bench linear --format bf16,fp8 --rows 256,1024,4096 --output "$out/results/linear-llama-3.1-8b-w8a8-$kind.json"
       grep -hE "fp8 .*(w8a8|dequantize)|bf16 .*cublas" "$out/linear-w8a8.log" | head -40
+      # Each case's flags: bf16 none, fp8-* --quantization fp8, and its KEEL_FP8_GEMM (w8a16 but for fp8-w8a8).
+      fp8_case() { q=(); [ "$1" = bf16 ] || q=(--quantization fp8); g=w8a16; [ "$1" = fp8-w8a8 ] && g=w8a8; }
       for f in bf16 fp8-w8a16 fp8-w8a8; do
-        q=(); [ "$f" = bf16 ] || q=(--quantization fp8)
-        g=w8a16; [ "$f" = fp8-w8a8 ] && g=w8a8
+        fp8_case "$f"
         step "ttft-8b-$f" 150 env KEEL_FP8_GEMM=$g node bin/keel bench latency --model bench/configs/llama-3.1-8b $dummy "${q[@]}" \
           --batch-size 1 --input-len 2048 --output-len 4 --num-iters 3 --num-iters-warmup 1 --output "$out/results/latency-llama-3.1-8b-prefill2048-$f-$kind.json"
         grep -h "TTFT" "$out/ttft-8b-$f.log" | sed "s/^/[$f] /"
@@ -335,8 +336,7 @@ for s in "$@"; do
       if [ -f models/keel-tiny/config.json ]; then
         head -c 6000 tools/oracle/quantized_fixtures.py > /tmp/keel-held-out.py
         for f in bf16 fp8-w8a16 fp8-w8a8; do
-          q=(); [ "$f" = bf16 ] || q=(--quantization fp8)
-          g=w8a16; [ "$f" = fp8-w8a8 ] && g=w8a8
+          fp8_case "$f"
           step "perplexity-$f" 120 env KEEL_FP8_GEMM=$g node bin/keel perplexity --model models/keel-tiny --backend cuda "${q[@]}" --file /tmp/keel-held-out.py --context-length 512 --stride 256 --json
           tail -1 "$out/perplexity-$f.log" | sed "s/^/[perplexity $f] /"
         done

@@ -162,7 +162,7 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
           }
           add(figure(q.format, 'gemm', medianGraphMs(backend, () => () => launchQuantizedGemm(backend.device, out, xPtr, q.tensor, 0, rows, ws), REPS), q.bytes, cublasMs));
           add(dequantizeCublasFigure(q.format, q.bytes, () => launchDequantize(backend.device, dequantized, q.tensor)));
-          // The activations quantized per token and cuBLASLt's FP8 GEMM: what --fp8-gemm w8a8 runs past the GEMM's rows.
+          // The activations quantized per token and cuBLASLt's FP8 GEMM: what KEEL_FP8_GEMM=w8a8 runs past the GEMM's rows.
           if (w8a8Fits(q.tensor) && backend.device.cublasLt.fp8RowScaledFits(rows, n, k)) {
             const scratch = { codes: backend.device.alloc(rows * k), scales: backend.device.alloc(4 * rows) };
             add(figure(q.format, 'w8a8', medianGraphMs(backend, () => () => launchW8a8Linear(backend.device, out, xPtr, q.tensor, 0, rows, scratch), REPS), q.bytes, cublasMs));
