@@ -2114,8 +2114,8 @@ export class CudaBackend implements Backend {
     assertTokenSources(s.batch, this.sampled.rows);
     if (this.arena.generation !== this.graphsGeneration) this.disposeGraphs();
     // Shapes first met while recording are timed now; the graphs that recorded cuBLAS's pick for one that now runs another record again.
-    const stale = this.gemmTuner?.tunePending() ?? new Set<string>();
-    if (stale.size > 0) this.disposeGraphs(stale);
+    const stale = this.gemmTuner?.tunePending();
+    if (stale !== undefined && stale.size > 0) this.disposeGraphs(stale);
     const b = s.batch;
     let ownerId = this.graphOwners.get(owner);
     if (ownerId === undefined) this.graphOwners.set(owner, (ownerId = this.graphOwners.size));
@@ -2184,7 +2184,7 @@ export class CudaBackend implements Backend {
   }
 
   /** Drops the recorded graphs, or only those named in `keys` (the arena's generation stays then). */
-  private disposeGraphs(keys?: Set<string>): void {
+  private disposeGraphs(keys?: ReadonlySet<string>): void {
     this.device.synchronize();
     for (const [key, { graph }] of this.graphs) {
       if (keys !== undefined && !keys.has(key)) continue;

@@ -13,6 +13,9 @@ const MIN_GAIN = 0.03;
 export type Bf16Gemm = 'cublas' | 'tuned';
 export const BF16_GEMMS: readonly Bf16Gemm[] = ['cublas', 'tuned'];
 
+/** What tunePending returns on the replays (nearly all) with nothing to time. */
+const NONE: ReadonlySet<string> = new Set();
+
 /** cuBLAS's own pick (cublasGemmEx), or cuBLASLt heuristic candidate i. */
 export type GemmChoice = 'cublas' | number;
 
@@ -53,7 +56,8 @@ export class GemmTuner {
   }
 
   /** Times the shapes met while recording; returns the graphs that recorded a shape which now runs other than cuBLAS's pick. */
-  tunePending(): Set<string> {
+  tunePending(): ReadonlySet<string> {
+    if (this.pending.size === 0) return NONE;
     const stale = new Set<string>();
     for (const [key, { rows, n, k, w, graphs }] of this.pending) {
       if (this.tune(key, rows, n, k, w) !== 'cublas') for (const graph of graphs) stale.add(graph);
